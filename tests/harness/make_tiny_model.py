@@ -10,7 +10,10 @@ engine, the API, streaming, metrics and the service around them are real.
 
 Needs numpy, safetensors and tokenizers (see tests/requirements.txt).
 
-Usage: make_tiny_model.py OUTPUT_DIR
+With --shape qwen2.5-7b it writes only config.json and a tokenizer of the full 152,064-token
+vocabulary (for `vllm serve --load-format dummy` on a GPU: real engine, random weights).
+
+Usage: make_tiny_model.py [--shape tiny|qwen2.5-7b] OUTPUT_DIR
 """
 
 from __future__ import annotations
@@ -94,14 +97,93 @@ def build_weights(vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
     return weights
 
 
+QWEN25_7B = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "max_position_embeddings": 32768,
+    "max_window_layers": 28,
+    "use_sliding_window": False,
+    "sliding_window": None,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "hidden_act": "silu",
+    "initializer_range": 0.02,
+    "attention_dropout": 0.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "use_cache": True,
+}
+
+
+def build_full_vocab_tokenizer(size: int) -> Tokenizer:
+    """A byte-level tokenizer with exactly `size` ids, so any id a random model samples decodes."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab: dict[str, int] = {}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    i = 0
+    while len(vocab) < size - 3:
+        vocab[f"\u0120w{i}"] = len(vocab)
+        i += 1
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIAL)
+    return tok
+
+
+def write_tokenizer_files(out: Path, tok: Tokenizer, max_len: int) -> None:
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "model_max_length": max_len,
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "unk_token": None,
+                "clean_up_tokenization_spaces": False,
+                "chat_template": CHAT_TEMPLATE,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (out / "special_tokens_map.json").write_text(
+        json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, indent=2) + "\n"
+    )
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    shape = "tiny"
+    args = argv[1:]
+    if len(args) == 3 and args[0] == "--shape":
+        shape, args = args[1], args[2:]
+    if len(args) != 1 or shape not in ("tiny", "qwen2.5-7b"):
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
-    out = Path(argv[1])
+    out = Path(args[0])
     out.mkdir(parents=True, exist_ok=True)
+    if shape == "qwen2.5-7b":
+        tok = build_full_vocab_tokenizer(QWEN25_7B["vocab_size"])
+        config = dict(QWEN25_7B)
+        config["eos_token_id"] = tok.token_to_id("<|im_end|>")
+        config["bos_token_id"] = tok.token_to_id("<|endoftext|>")
+        write_tokenizer_files(out, tok, QWEN25_7B["max_position_embeddings"])
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        print(f"Qwen2.5-7B-shaped config + tokenizer ({tok.get_vocab_size()} ids) written to {out}")
+        return 0
     tok = build_tokenizer(corpus())
-    tok.save(str(out / "tokenizer.json"))
+    write_tokenizer_files(out, tok, MAX_POSITIONS)
     vocab = tok.get_vocab_size()
     eos = tok.token_to_id("<|im_end|>")
     pad = tok.token_to_id("<|endoftext|>")
@@ -133,25 +215,6 @@ def main(argv: list[str]) -> int:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "generation_config.json").write_text(
         json.dumps({"bos_token_id": pad, "eos_token_id": eos, "pad_token_id": pad}, indent=2) + "\n"
-    )
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "model_max_length": MAX_POSITIONS,
-                "bos_token": None,
-                "eos_token": "<|im_end|>",
-                "pad_token": "<|endoftext|>",
-                "unk_token": None,
-                "clean_up_tokenization_spaces": False,
-                "chat_template": CHAT_TEMPLATE,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    (out / "special_tokens_map.json").write_text(
-        json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, indent=2) + "\n"
     )
     save_file(build_weights(vocab), str(out / "model.safetensors"), metadata={"format": "pt"})
     print(f"tiny Qwen2 model written to {out} (vocab {vocab}, {LAYERS} layers, hidden {HIDDEN})")

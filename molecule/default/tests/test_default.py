@@ -134,11 +134,12 @@ def test_metrics(host):
 
 
 def test_unit_hardening_score(host):
-    # systemd-analyze security exits non-zero when the exposure is above the threshold.
-    out = host.run(f"systemd-analyze security --no-pager --threshold=2.5 {UNIT}")
-    overall = [line for line in out.stdout.splitlines() if "Overall exposure level" in line]
-    assert out.rc == 0, overall or out.stdout[-2000:]
-    assert overall
+    # "Overall exposure level for vllm-tiny.service: 1.3 OK" (0 = fully locked down, 10 = none).
+    out = host.check_output(f"systemd-analyze security --no-pager {UNIT}")
+    overall = [line for line in out.splitlines() if "Overall exposure level" in line]
+    assert overall, out[-2000:]
+    score = float(overall[0].split(":")[1].split()[0])
+    assert score <= 2.5, overall[0]
 
 
 def test_unit_verifies(host):
