@@ -28,6 +28,14 @@ run_sanity() {
   (cd "$GPUSERVE_REPO" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$root")
   cd "$root"
   git init -q . && git add -A
+  # ansible-test bootstraps pip in its venvs with a script from its CI file host; where that
+  # host is unreachable, use the stand-in that does the same with ensurepip + the index.
+  local getpip="$HOME/.ansible/test/cache/get_pip_24_2.py"
+  if [[ ! -s "$getpip" ]]; then
+    mkdir -p "$(dirname "$getpip")"
+    curl -fsSL --max-time 20 -o "$getpip" https://ci-files.testing.ansible.com/ansible-test/get-pip-24.2.py 2>/dev/null \
+      || cp "$GPUSERVE_REPO/tests/harness/get_pip_offline.py" "$getpip"
+  fi
   ansible-test sanity --python "$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
     --requirements --color no
 }

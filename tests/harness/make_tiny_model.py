@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Build a tiny, randomly initialised Qwen2 model that a real vLLM can serve.
 
 No model hub is needed: the tokenizer is a byte-level BPE trained here on local text,

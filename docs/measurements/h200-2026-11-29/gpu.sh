@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # One device call: real gpu_probe on the H200, then the engine the vllm_engine role renders
 # (gpu profile, Qwen2.5-7B shape, dummy weights) started twice: cold, then with the compile
 # cache, each time waited for and warmed by the real vllm_health module.

@@ -44,7 +44,7 @@ except urllib.error.HTTPError as e:
     cmd = f"printf '%s\\n' {shlex.quote(key or '')} | python3 -c {shlex.quote(script)}"
     out = host.run(cmd)
     assert out.rc == 0, out.stderr
-    status, _, text = out.stdout.partition("\n")
+    status, _sep, text = out.stdout.partition("\n")
     return int(status), text
 
 
@@ -95,9 +95,9 @@ def test_api_key_not_in_unit_or_journal(host, api_key):
 
 
 def test_models_requires_the_key(host, api_key):
-    status, _ = http(host, "GET", "/v1/models")
+    status, _body = http(host, "GET", "/v1/models")
     assert status == 401
-    status, _ = http(host, "GET", "/v1/models", key="sk-wrong-key-0000000000")
+    status, _body = http(host, "GET", "/v1/models", key="sk-wrong-key-0000000000")
     assert status == 401
     status, text = http(host, "GET", "/v1/models", key=api_key)
     assert status == 200
