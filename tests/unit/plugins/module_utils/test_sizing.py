@@ -20,19 +20,7 @@ from ansible_collections.gpuserve.vllm.plugins.module_utils.sizing import (
 
 GB80 = 80 * 10 ** 9
 
-QWEN25_7B = {
-    "architectures": ["Qwen2ForCausalLM"],
-    "model_type": "qwen2",
-    "hidden_size": 3584,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 28,
-    "num_key_value_heads": 4,
-    "vocab_size": 152064,
-    "max_position_embeddings": 32768,
-    "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
-}
+from ansible_collections.gpuserve.vllm.tests.unit.model_configs import QWEN25_7B  # noqa: E402
 
 LLAMA31_70B = {
     "architectures": ["LlamaForCausalLM"],

@@ -25,18 +25,7 @@ from ansible.module_utils.testing import patch_module_args  # noqa: E402
 from ansible_collections.gpuserve.vllm.plugins.modules import gpu_probe  # noqa: E402
 
 H100_BYTES = 85520809984  # what NVML reports for an H100 80GB HBM3
-QWEN25_7B = {
-    "architectures": ["Qwen2ForCausalLM"],
-    "model_type": "qwen2",
-    "hidden_size": 3584,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 28,
-    "num_key_value_heads": 4,
-    "vocab_size": 152064,
-    "max_position_embeddings": 32768,
-    "tie_word_embeddings": False,
-}
+from ansible_collections.gpuserve.vllm.tests.unit.model_configs import QWEN25_7B  # noqa: E402
 
 
 def gpu(name: str = "NVIDIA H100 80GB HBM3", total: int = H100_BYTES, used: int = 591462400,
