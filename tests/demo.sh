@@ -18,15 +18,15 @@ molecule prepare -s default --force
 molecule converge -s default
 
 host=gpuserve-vllm-default
-# The API key stays in the engine's 0600 environment file: read it there, never print it.
+# The key stays in the gateway's 0600 environment file: read it there, never print it.
 cmd=$(cat <<'CMD'
-. /etc/vllm/tiny.env && curl -sS http://127.0.0.1:8000/v1/chat/completions \
-  -H "Authorization: Bearer $VLLM_API_KEY" -H 'Content-Type: application/json' \
+. /etc/litellm/litellm.env && curl -sS https://gpuserve.test/v1/chat/completions \
+  -H "Authorization: Bearer $LITELLM_MASTER_KEY" -H 'Content-Type: application/json' \
   -d '{"model": "tiny", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}'
 CMD
 )
 echo
-echo "vLLM is serving the tiny model in container $host (unit vllm-tiny.service)."
+echo "The stack is up in container $host: https://gpuserve.test (nginx, certificate from Pebble) -> LiteLLM (litellm.service) -> vLLM (vllm-tiny.service)."
 echo "Try it:"
 echo
 echo "  podman exec $host sh -c '$(printf '%s' "$cmd" | sed "s/'/'\\\\''/g")'"

@@ -43,7 +43,9 @@ run_sanity() {
 run_unit() {
   cd "$GPUSERVE_COLLECTION_ROOT"
   local rc=0
-  python -m pytest tests/unit -q -p no:cacheprovider || rc=$?
+  # tests/integration: modules against contract servers (and real services when configured);
+  # -rs prints why a test was skipped (e.g. no real LiteLLM configured).
+  python -m pytest tests/unit tests/integration -q -rs -p no:cacheprovider || rc=$?
   if ((rc == 5)); then echo "unit: no tests were collected" >&2; fi
   return "$rc"
 }

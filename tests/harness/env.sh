@@ -6,12 +6,14 @@
 #   GPUSERVE_CACHE_DIR      caches kept between runs (image rootfs, venv stamp, wheelhouse)
 #   GPUSERVE_VENV           the controller venv with the pinned toolchain (tests/requirements.txt)
 #   GPUSERVE_TEST_IMAGE     the systemd image Molecule boots
+#   GPUSERVE_SSLYZE         the sslyze TLS scanner (own venv)
 #   GPUSERVE_TEST_WHEELHOUSE  wheels from the controller's pip find-links, mounted into targets
 GPUSERVE_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export GPUSERVE_REPO
 export GPUSERVE_CACHE_DIR="${GPUSERVE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gpuserve-vllm}"
 export GPUSERVE_VENV="${GPUSERVE_VENV:-$GPUSERVE_REPO/.venv}"
 export GPUSERVE_TEST_IMAGE="${GPUSERVE_TEST_IMAGE:-localhost/gpuserve/debian12-systemd:latest}"
+export GPUSERVE_SSLYZE="$GPUSERVE_CACHE_DIR/sslyze-venv/bin/sslyze"
 export GPUSERVE_TEST_WHEELHOUSE="${GPUSERVE_TEST_WHEELHOUSE:-$GPUSERVE_CACHE_DIR/wheelhouse}"
 
 # Ansible finds this collection as gpuserve.vllm through a link in the standard layout;

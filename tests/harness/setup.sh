@@ -11,7 +11,9 @@ log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # 1. System packages.
 need=()
-for pair in podman:podman runc:runc debootstrap:debootstrap newuidmap:uidmap slirp4netns:slirp4netns; do
+# promtool / amtool (observability rule tests) come with Debian's prometheus packages.
+for pair in podman:podman runc:runc debootstrap:debootstrap newuidmap:uidmap slirp4netns:slirp4netns \
+            promtool:prometheus amtool:prometheus-alertmanager; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
@@ -40,6 +42,17 @@ if [[ ! -x "$GPUSERVE_VENV/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" !=
   echo "$want" >"$stamp"
 fi
 export PATH="$GPUSERVE_VENV/bin:$PATH"
+
+# 2b. sslyze (TLS scan of nginx_tls) in its own venv: its pinned dependencies differ.
+sslyze_venv="$GPUSERVE_CACHE_DIR/sslyze-venv"
+want=$(sha256sum "$GPUSERVE_REPO/tests/requirements-sslyze.txt" | cut -d' ' -f1)
+if [[ "$(cat "$sslyze_venv/.requirements.sha256" 2>/dev/null)" != "$want" ]]; then
+  log "creating $sslyze_venv"
+  rm -rf "$sslyze_venv"
+  "$py" -m venv "$sslyze_venv"
+  "$sslyze_venv/bin/pip" install -q -r "$GPUSERVE_REPO/tests/requirements-sslyze.txt"
+  echo "$want" >"$sslyze_venv/.requirements.sha256"
+fi
 
 # 3. Podman settings for cgroup v1 / hybrid hosts (see env.sh).
 if [[ -n "${CONTAINERS_CONF:-}" ]] && [[ "$CONTAINERS_CONF" == "$GPUSERVE_CACHE_DIR/containers.conf" ]]; then
