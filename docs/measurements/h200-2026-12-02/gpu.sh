@@ -9,7 +9,11 @@
 # Inputs carried from the checkout: .gpu/run/{nginx.role.conf,litellm.role.yaml,ffdhe2048.pem}
 # (copied from the Molecule host the roles converged) and the staged wheels (vLLM, LiteLLM,
 # py-spy) and nginx .debs. Site-specific paths of the role files are rewritten below.
+# PATHS (environment) picks the paths, default "raw nginx gw" (gw = nginx + gateway); every
+# benchmark is capped at BENCH_TIMEOUT seconds (default 170). Results: $OUT/summary.txt and
+# $OUT/results.tar.gz (all JSON and logs).
 set -u
+PATHS=${PATHS:-raw nginx gw} BENCH_TIMEOUT=${BENCH_TIMEOUT:-170}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 VLLM_USE_FLASHINFER_SAMPLER=0
 REPO=$PWD t0=$(date +%s)
 log() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -67,7 +71,7 @@ log "LiteLLM ready: $(curl -s -o /dev/null -w %{http_code} http://127.0.0.1:4000
 LLPID=$(ss -ltnp 2>/dev/null | sed -n 's/.*:4000 .*pid=\([0-9]*\).*/\1/p' | head -1)
 
 bench() {  # label url key c n seed
-  PYTHONPATH=/tmp/site OPENAI_API_KEY=$3 python3 -m vllm.entrypoints.cli.main bench serve --backend openai-chat \
+  PYTHONPATH=/tmp/site OPENAI_API_KEY=$3 timeout "$BENCH_TIMEOUT" python3 -m vllm.entrypoints.cli.main bench serve --backend openai-chat \
     --endpoint /v1/chat/completions --base-url "$2" --model qwen2.5-7b --tokenizer /tmp/q7 \
     --dataset-name random --random-input-len 256 --random-output-len 256 --ignore-eos \
     --num-prompts "$5" --max-concurrency "$4" --seed "$6" --save-result --result-dir $OUT \
@@ -81,36 +85,41 @@ warm; log warmed
 seed=100
 for c in 1 32 128; do
   case $c in 1) n=16 ;; 32) n=128 ;; 128) n=256 ;; esac
-  seed=$((seed + 10)); bench raw http://127.0.0.1:8000 "$KEY" $c $n $seed; log "raw c=$c"
-  $NGINX -c /tmp/ng/nginx-engine.conf -e /tmp/ng/error.log
-  seed=$((seed + 1)); bench nginx https://127.0.0.1:18443 "$KEY" $c $n $seed; log "nginx c=$c"
-  $NGINX -s quit -c /tmp/ng/nginx-engine.conf -e /tmp/ng/error.log; sleep 1
-  $NGINX -c /tmp/ng/nginx-gateway.conf -e /tmp/ng/error.log
-  if [[ $c == 128 && -n "$LLPID" ]]; then
-    (sleep 5; timeout 60 /tmp/llsite/bin/py-spy record -d 25 -r 50 -f raw --nonblocking --pid "$LLPID" --subprocesses \
-      -o $OUT/litellm-c128.pyspy.txt > $OUT/pyspy.log 2>&1) &
+  seed=$((seed + 10))
+  [[ " $PATHS " == *" raw "* ]] && { bench raw http://127.0.0.1:8000 "$KEY" $c $n $seed; log "raw c=$c"; }
+  if [[ " $PATHS " == *" nginx "* ]]; then
+    $NGINX -c /tmp/ng/nginx-engine.conf -e /tmp/ng/error.log
+    seed=$((seed + 1)); bench nginx https://127.0.0.1:18443 "$KEY" $c $n $seed; log "nginx c=$c"
+    $NGINX -s quit -c /tmp/ng/nginx-engine.conf -e /tmp/ng/error.log; sleep 1
   fi
-  seed=$((seed + 1)); bench nginx+gateway https://127.0.0.1:18443 "$MASTER" $c $n $seed; log "nginx+gateway c=$c"
-  $NGINX -s quit -c /tmp/ng/nginx-gateway.conf -e /tmp/ng/error.log; sleep 1
+  if [[ " $PATHS " == *" gw "* ]]; then
+    $NGINX -c /tmp/ng/nginx-gateway.conf -e /tmp/ng/error.log
+    if [[ $c == 128 && -n "$LLPID" ]]; then
+      (sleep 5; timeout 60 /tmp/llsite/bin/py-spy record -d 25 -r 50 -f raw --nonblocking --pid "$LLPID" --subprocesses \
+        -o $OUT/litellm-c128.pyspy.txt > $OUT/pyspy.log 2>&1) &
+    fi
+    seed=$((seed + 1)); bench gw https://127.0.0.1:18443 "$MASTER" $c $n $seed; log "nginx+gateway c=$c"
+    $NGINX -s quit -c /tmp/ng/nginx-gateway.conf -e /tmp/ng/error.log; sleep 1
+  fi
 done
 wait
-python3 - $OUT <<'PY'
+python3 - $OUT <<'PY' | tee $OUT/summary.txt
 import json, os, sys
 out = sys.argv[1]
 print(f"{'path':<15} {'c':>4} {'prompts':>7} {'failed':>6} {'total tok/s':>11} {'vs raw':>7} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8}")
 for c in (1, 32, 128):
-    raw = json.load(open(f"{out}/raw-c{c}.json"))
-    for label in ("raw", "nginx", "nginx+gateway"):
+    raw = json.load(open(f"{out}/raw-c{c}.json")) if os.path.exists(f"{out}/raw-c{c}.json") else None
+    for label in ("raw", "nginx", "gw"):
         p = f"{out}/{label}-c{c}.json"
         if not os.path.exists(p):
             print(f"{label:<15} {c:>4} (no result)"); continue
         r = json.load(open(p))
         print(f"{label:<15} {c:>4} {r['num_prompts']:>7} {r['num_prompts'] - r['completed']:>6} {r['total_token_throughput']:>11.0f} "
-              f"{r['total_token_throughput'] / raw['total_token_throughput']:>7.3f} {r['median_ttft_ms']:>9.1f} {r['p99_ttft_ms']:>9.1f} "
+              f"{(r['total_token_throughput'] / raw['total_token_throughput']) if raw else 0:>7.3f} {r['median_ttft_ms']:>9.1f} {r['p99_ttft_ms']:>9.1f} "
               f"{r['median_itl_ms']:>8.2f} {r['p99_itl_ms']:>8.2f}")
 PY
 if [[ -s $OUT/litellm-c128.pyspy.txt ]]; then
-  python3 - $OUT/litellm-c128.pyspy.txt <<'PY' | tee $OUT/litellm-c128.pyspy.top.txt
+  python3 - $OUT/litellm-c128.pyspy.txt <<'PY' | tee -a $OUT/summary.txt
 # Self time by function (leaf frame) and inclusive time by module, from py-spy's raw stacks.
 import collections, sys
 leaf, incl, total = collections.Counter(), collections.Counter(), 0
@@ -128,5 +137,7 @@ PY
 else
   echo "no py-spy profile:"; cat $OUT/pyspy.log 2>/dev/null | tail -5
 fi
+ps -o pid,rss,args -C python3 | grep -E "litellm|vllm" | cut -c1-160 | tee -a $OUT/summary.txt
 kill -TERM -$VPID 2>/dev/null; pkill -f llsite/bin/litellm; sleep 2
+(cd $OUT && tar -czf /tmp/results.tar.gz --exclude=summary.txt . && find . -mindepth 1 ! -name summary.txt -delete && mv /tmp/results.tar.gz .)
 log done
