@@ -67,7 +67,7 @@ while True:
     time.sleep(5)
 print(json.dumps(state))
 """)
-    jobs = {job for job, *_ in result}
+    jobs = {entry[0] for entry in result}
     assert {"prometheus", "alertmanager", "vllm", "litellm", "node", "nginx", "tls"} <= jobs, jobs
     down = [s for s in result if s[2] != "up"]
     assert not down, down
