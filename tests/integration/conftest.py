@@ -1,42 +1,14 @@
-"""Make ``ansible_collections.gpuserve.vllm`` importable in the integration tests (as tests/unit/conftest.py does).
-
-Works from the standard layout (.../ansible_collections/gpuserve/vllm, found through $PWD or the
-working directory even when that path is a symlink) and, failing that, from a plain checkout
-through a temporary ansible_collections/gpuserve/vllm symlink to it.
-"""
+"""Fixtures of the integration tests (tests/conftest.py makes the collection importable)."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-COLLECTION_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _collections_parent() -> Path:
-    for candidate in (os.environ.get("PWD", ""), os.getcwd(), str(Path(__file__).absolute())):
-        parts = Path(candidate).parts
-        if "ansible_collections" in parts:
-            index = len(parts) - 1 - parts[::-1].index("ansible_collections")
-            if len(parts) > index + 2 and (Path(*parts[:index + 3]) / "galaxy.yml").exists():
-                return Path(*parts[:index])
-    scratch = Path(tempfile.mkdtemp(prefix="gpuserve-vllm-integration-"))
-    (scratch / "ansible_collections" / "gpuserve").mkdir(parents=True)
-    (scratch / "ansible_collections" / "gpuserve" / "vllm").symlink_to(COLLECTION_ROOT)
-    return scratch
-
-
 # litellm (imported by the contract server) would fetch its model cost map from GitHub on import
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-_PARENT = str(_collections_parent())
-if _PARENT not in sys.path:
-    sys.path.insert(0, _PARENT)
 
 
 @pytest.fixture

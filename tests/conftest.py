@@ -1,4 +1,4 @@
-"""Make ``ansible_collections.gpuserve.vllm`` importable in unit tests.
+"""Make ``ansible_collections.gpuserve.vllm`` importable in the unit and integration tests.
 
 Works from the standard layout (.../ansible_collections/gpuserve/vllm, found through $PWD or the
 working directory even when that path is a symlink) and, failing that, from a plain checkout
@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-COLLECTION_ROOT = Path(__file__).resolve().parents[2]
+COLLECTION_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _collections_parent() -> Path:
@@ -22,7 +22,7 @@ def _collections_parent() -> Path:
             index = len(parts) - 1 - parts[::-1].index("ansible_collections")
             if len(parts) > index + 2 and (Path(*parts[:index + 3]) / "galaxy.yml").exists():
                 return Path(*parts[:index])
-    scratch = Path(tempfile.mkdtemp(prefix="gpuserve-vllm-unit-"))
+    scratch = Path(tempfile.mkdtemp(prefix="gpuserve-vllm-tests-"))
     (scratch / "ansible_collections" / "gpuserve").mkdir(parents=True)
     (scratch / "ansible_collections" / "gpuserve" / "vllm").symlink_to(COLLECTION_ROOT)
     return scratch
