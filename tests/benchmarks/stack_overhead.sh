@@ -6,7 +6,11 @@
 #   direct          http://127.0.0.1:8000 (vLLM, engine key)
 #   nginx           https://gpuserve.test, nginx upstream pointed at the engine for the run
 #   gateway         http://127.0.0.1:4000 (LiteLLM, master key)
-#   nginx+gateway   https://gpuserve.test -> LiteLLM -> vLLM (the deployed stack)
+#   nginx+gateway   https://gpuserve.test -> LiteLLM -> vLLM (a stack deployed with
+#                   litellm_gateway_data_path: litellm, e.g. molecule/litellm's host)
+#   edge            https://gpuserve.test -> vLLM with nginx's auth_request to gpuserve-keyd and
+#                   the usage filter (the edge data path, the default), a virtual key made for
+#                   the run and deleted after it
 # Prints total tok/s, its ratio to direct, TTFT/ITL p50 and their differences to direct.
 # Every run draws new random prompts (its own seed) so that no path profits from prompts
 # already in vLLM's prefix cache, and the order of the paths alternates between concurrencies.
@@ -42,9 +46,21 @@ restore() {
   if [[ -e $dropin/bench.conf ]]; then
     rm -f "$dropin/bench.conf"; systemctl daemon-reload; systemctl restart litellm.service
   fi
+  if [[ -n ${edge_token:-} ]]; then keyd POST /key/delete "{\"keys\": [\"$edge_token\"]}" >/dev/null; fi
   rm -rf "$out"
 }
 trap restore EXIT
+keyd() {  # method path [json]: gpuserve-keyd's key API with the master key (read from its 0600 file)
+  python3 - "$@" <<'PY'
+import json, sys, urllib.request
+key = next(l.split('=', 1)[1].strip().strip('"') for l in open('/etc/litellm/litellm.env')
+           if l.startswith('LITELLM_MASTER_KEY='))
+req = urllib.request.Request('http://127.0.0.1:4000' + sys.argv[2], method=sys.argv[1],
+                             data=sys.argv[3].encode() if len(sys.argv) > 3 else None,
+                             headers={'Authorization': 'Bearer ' + key, 'Content-Type': 'application/json'})
+print(urllib.request.urlopen(req, timeout=30).read().decode())
+PY
+}
 env_of() { sed -n "s/^$2=\"\(.*\)\"$/\1/p" "$1"; }
 engine_key=$(env_of /etc/vllm/tiny.env VLLM_API_KEY)
 master_key=$(env_of /etc/litellm/litellm.env LITELLM_MASTER_KEY 2>/dev/null || true)
@@ -83,6 +99,13 @@ bench() {  # path concurrency label
     nginx) nginx_to 127.0.0.1:8000; base=https://gpuserve.test key=$engine_key ;;
     gateway) base=http://127.0.0.1:4000 key=$master_key ;;
     nginx+gateway) nginx_to "${gw_upstream:-127.0.0.1:4000}"; base=https://gpuserve.test key=$master_key ;;
+    edge)
+      if [[ -z ${edge_key:-} ]]; then
+        made=$(keyd POST /key/generate "{\"key_alias\": \"bench-$seed\"}")
+        edge_key=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])' <<<"$made")
+        edge_token=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])' <<<"$made")
+      fi
+      nginx_to 127.0.0.1:8000; base=https://gpuserve.test key=$edge_key ;;
   esac
   OPENAI_API_KEY=$key /opt/vllm/venv/bin/vllm bench serve --backend openai-chat --endpoint /v1/chat/completions \
     --base-url "$base" --model tiny --tokenizer /srv/models/tiny-qwen2 \

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: (c) 2026, gpuserve.vllm contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """gpuserve-keyd: the key service of the gateway's "edge" data path.
@@ -29,7 +28,7 @@ Keys are stored as their sha256 (as LiteLLM does): the secret is returned once, 
 generate / regenerate. The master key comes from the environment (LITELLM_MASTER_KEY, from
 the role's 0600 environment file), never from the command line.
 
-Only the Python standard library is used. Run: ``gpuserve_keyd.py --config config.json``;
+Only the Python standard library is used. Run: ``python3 gpuserve_keyd.py --config config.json``;
 ``--check-config`` validates a configuration file and exits.
 """
 
