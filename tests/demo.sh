@@ -18,15 +18,17 @@ molecule prepare -s default --force
 molecule converge -s default
 
 host=gpuserve-vllm-default
-# The key stays in the gateway's 0600 environment file: read it there, never print it.
+# The key stays in the gateway's 0600 environment file: read it there into a 0600 header file
+# for curl (-H @file), never onto a command line, never printed.
 cmd=$(cat <<'CMD'
-. /etc/litellm/litellm.env && curl -sS https://gpuserve.test/v1/chat/completions \
-  -H "Authorization: Bearer $LITELLM_MASTER_KEY" -H 'Content-Type: application/json' \
+umask 077 && h=$(mktemp) && trap 'rm -f "$h"' EXIT && . /etc/litellm/litellm.env &&
+printf 'Authorization: Bearer %s\n' "$LITELLM_MASTER_KEY" > "$h" &&
+curl -sS https://gpuserve.test/v1/chat/completions -H @"$h" -H 'Content-Type: application/json' \
   -d '{"model": "tiny", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}'
 CMD
 )
 echo
-echo "The stack is up in container $host: https://gpuserve.test (nginx, certificate from Pebble) -> LiteLLM (litellm.service) -> vLLM (vllm-tiny.service)."
+echo "The stack is up in container $host: https://gpuserve.test (nginx, certificate from Pebble, key checks by gpuserve-keyd.service) -> vLLM (vllm-tiny.service)."
 echo "Try it:"
 echo
 echo "  podman exec $host sh -c '$(printf '%s' "$cmd" | sed "s/'/'\\\\''/g")'"

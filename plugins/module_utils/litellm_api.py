@@ -22,29 +22,31 @@ Follows the key endpoints of LiteLLM 1.108.7
 Errors come back as ``{"error": {"message", "type", "param", "code"}}`` (LiteLLM's
 ProxyException) or ``{"detail": ...}`` (FastAPI, 422 validation errors).
 
-Only the stdlib and ``ansible.module_utils.urls.open_url`` are used so that the code
-runs on any managed node. The master key is sent in the ``Authorization`` header only:
-it never appears in an exception message or in a returned value (server messages are
-scrubbed of it too). Generated keys are returned to the caller only by ``generate`` and
-``regenerate`` and are scrubbed from error messages.
+The HTTP plumbing (module_utils/api_client.py) uses only the stdlib and
+``ansible.module_utils.urls.open_url``, so that the code runs on any managed node. The
+master key is sent in the ``Authorization`` header only: it never appears in an exception
+message or in a returned value (server messages are scrubbed of it too). Generated keys
+are returned to the caller only by ``generate`` and ``regenerate`` and are scrubbed from
+error messages.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import typing as t
 
-from http.client import HTTPException
-from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
-from ansible.module_utils.urls import open_url
+from ansible_collections.gpuserve.vllm.plugins.module_utils.api_client import (
+    REDACTED,
+    ApiClient,
+    ApiError,
+    body_message,
+    error_member,
+    read_key_file,
+)
 
-_LOOPBACK_HOSTS = frozenset(('localhost', '127.0.0.1', '::1', 'ip6-localhost'))
 _MAX_MESSAGE = 600
-_REDACTED = '<redacted>'
-_ENV_KEY_LINE = re.compile(r'^\s*(?:export\s+)?LITELLM_MASTER_KEY\s*=\s*(.*?)\s*$')
 
 #: Key options the module manages, with their kind (how values are compared).
 MANAGED_FIELDS: dict[str, str] = {
@@ -86,28 +88,12 @@ KEY_INFO_FIELDS = (
 )
 
 
-class LitellmApiError(Exception):
+class LitellmApiError(ApiError):
     """An HTTP request to LiteLLM failed.
 
     ``status`` is the HTTP status code, or ``None`` when no HTTP response came back
     (connection refused, TLS failure, timeout, malformed response).
     """
-
-    def __init__(self, status: int | None, message: str) -> None:
-        super().__init__(status, message)
-        self.status = status
-        self.message = message
-
-    def __str__(self) -> str:
-        if self.status is None:
-            return self.message
-        return 'HTTP %d: %s' % (self.status, self.message)
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    return host.lower() in _LOOPBACK_HOSTS or host.startswith('127.')
 
 
 def _validation_detail(items: list[t.Any]) -> str:
@@ -121,54 +107,36 @@ def _validation_detail(items: list[t.Any]) -> str:
     return '; '.join(parts)
 
 
+def _pick_message(data: dict[str, t.Any]) -> str | None:
+    # {"error": {"message": ..., "type": ..., "param": ..., "code": ...}} (ProxyException)
+    message = error_member(data, with_type=True)
+    if message is not None:
+        return message
+    detail = data.get('detail')
+    if isinstance(detail, list):
+        # FastAPI request validation: {"detail": [{"type", "loc", "msg"}, ...]}
+        return _validation_detail(detail)
+    if isinstance(detail, dict):
+        inner = detail.get('error') or detail.get('message')
+        return str(inner or detail)
+    if detail:
+        return str(detail)
+    if data.get('message'):
+        return str(data['message'])
+    return None
+
+
 def error_message(body: bytes) -> str:
     """Pull the human-readable error out of a LiteLLM error body."""
-    text = body.decode('utf-8', errors='replace').strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:_MAX_MESSAGE] or '(empty response body)'
-    if isinstance(data, dict):
-        err = data.get('error')
-        if isinstance(err, dict) and err.get('message'):
-            # {"error": {"message": ..., "type": ..., "param": ..., "code": ...}} (ProxyException)
-            message = str(err['message'])
-            if err.get('type'):
-                message += ' (type %s)' % err['type']
-            return message[:_MAX_MESSAGE]
-        if isinstance(err, str) and err:
-            return err[:_MAX_MESSAGE]
-        detail = data.get('detail')
-        if isinstance(detail, list):
-            # FastAPI request validation: {"detail": [{"type", "loc", "msg"}, ...]}
-            return _validation_detail(detail)[:_MAX_MESSAGE]
-        if isinstance(detail, dict):
-            inner = detail.get('error') or detail.get('message')
-            return str(inner or detail)[:_MAX_MESSAGE]
-        if detail:
-            return str(detail)[:_MAX_MESSAGE]
-        if data.get('message'):
-            return str(data['message'])[:_MAX_MESSAGE]
-    return text[:_MAX_MESSAGE]
+    return body_message(body, _MAX_MESSAGE, _pick_message)
 
 
 def read_master_key_file(path: str) -> str:
-    """The key in ``path``: the LITELLM_MASTER_KEY= line of an env file, else the file's only line."""
-    with open(path, 'r', encoding='utf-8') as handle:
-        content = handle.read()
-    lines = [line.strip() for line in content.splitlines()]
-    lines = [line for line in lines if line and not line.startswith('#')]
-    for line in lines:
-        match = _ENV_KEY_LINE.match(line)
-        if match:
-            value = match.group(1)
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in ('"', "'"):
-                value = value[1:-1]
-            if value:
-                return value
-    if len(lines) == 1 and '=' not in lines[0]:
-        return lines[0]
-    raise ValueError('it holds neither a LITELLM_MASTER_KEY= line nor a single line with the bare key')
+    """The key in ``path``: the LITELLM_MASTER_KEY= line of an env file, else the file's only line.
+
+    An empty LITELLM_MASTER_KEY= line is passed over, and a single line holding ``=`` is not a key.
+    """
+    return read_key_file(path, 'LITELLM_MASTER_KEY', allow_empty=False, bare_with_equals=False)
 
 
 # -- pure logic of the module ----------------------------------------------------------
@@ -273,13 +241,15 @@ def key_info(row: dict[str, t.Any]) -> dict[str, t.Any]:
     return info
 
 
-class LitellmClient:
+class LitellmClient(ApiClient):
     """Client for the key management endpoints of one LiteLLM proxy.
 
     ``base_url`` is the proxy root (``http://127.0.0.1:4000``); a trailing ``/v1`` is
     accepted and stripped. Requests to loopback addresses bypass any ``http_proxy`` set
-    in the environment.
+    in the environment. ``calls`` lists the (method, path) of every request sent.
     """
+
+    error_class = LitellmApiError
 
     def __init__(
         self,
@@ -289,80 +259,19 @@ class LitellmClient:
         validate_certs: bool = True,
         ca_path: str | None = None,
     ) -> None:
-        url = base_url.strip().rstrip('/')
-        if url.endswith('/v1'):
-            url = url[:-3]
-        self.base_url = url
-        self._master_key = master_key
-        self._secrets: list[str] = [master_key] if master_key else []
-        self.timeout = timeout
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
-        self._use_proxy = not _is_loopback(urlsplit(url).hostname)
-        #: (method, path) of every request sent, in order
-        self.calls: list[tuple[str, str]] = []
+        super().__init__(base_url, master_key, timeout=timeout, validate_certs=validate_certs, ca_path=ca_path)
 
     def __repr__(self) -> str:
-        return 'LitellmClient(%r, master_key=%s)' % (self.base_url, _REDACTED)
+        return 'LitellmClient(%r, master_key=%s)' % (self.base_url, REDACTED)
 
     # -- plumbing ---------------------------------------------------------------
 
-    def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret and secret in text:
-                text = text.replace(secret, _REDACTED)
-        return text
-
-    def _request(self, method: str, path: str, payload: dict[str, t.Any] | None) -> tuple[int, bytes]:
-        headers = {'Accept': 'application/json', 'Authorization': 'Bearer %s' % self._master_key}
-        data = None
-        if payload is not None:
-            data = json.dumps(payload).encode('utf-8')
-            headers['Content-Type'] = 'application/json'
-        self.calls.append((method, path.split('?', 1)[0]))
-        resp = open_url(
-            self.base_url + path,
-            data=data,
-            headers=headers,
-            method=method,
-            use_proxy=self._use_proxy,
-            timeout=self.timeout,
-            validate_certs=self.validate_certs,
-            ca_path=self.ca_path,
-            use_netrc=False,
-            http_agent='gpuserve.vllm',
-            # never hand the master key to wherever a redirect points
-            unredirected_headers=['Authorization'],
-        )
-        try:
-            return resp.getcode(), resp.read()
-        finally:
-            resp.close()
-
-    def _call(self, method: str, path: str, payload: dict[str, t.Any] | None = None, what: str | None = None) -> t.Any:
-        shown = what or path
-        try:
-            status, body = self._request(method, path, payload)
-        except HTTPError as exc:
-            try:
-                raw = exc.read() or b''
-            except Exception:  # pylint: disable=broad-except
-                raw = b''
-            message = error_message(raw) if raw else str(exc.reason or 'no response body')
-            raise LitellmApiError(exc.code, '%s %s: %s' % (method, shown, self.scrub(message))) from None
-        except (URLError, OSError, HTTPException, ValueError) as exc:
-            reason = getattr(exc, 'reason', None) or exc
-            raise LitellmApiError(None, 'request to %s%s failed: %s' % (
-                self.base_url, shown, self.scrub(str(reason) or type(exc).__name__))) from None
-        try:
-            return json.loads(body.decode('utf-8'))
-        except ValueError:
-            raise LitellmApiError(status, '%s %s: response is not JSON: %s' % (
-                method, shown, self.scrub(body[:200].decode('utf-8', errors='replace')))) from None
+    def error_text(self, body: bytes) -> str:
+        return error_message(body)
 
     def _remember_secret(self, data: t.Any) -> None:
         if isinstance(data, dict) and isinstance(data.get('key'), str) and data['key'].startswith('sk-'):
-            self._secrets.append(data['key'])
+            self.add_secret(data['key'])
 
     # -- API --------------------------------------------------------------------
 
@@ -372,7 +281,7 @@ class LitellmClient:
         Raises LitellmApiError when several keys share the alias.
         """
         query = urlencode({'key_alias': alias, 'return_full_object': 'true', 'size': 100, 'page': 1})
-        data = self._call('GET', '/key/list?' + query, what='/key/list')
+        data = self.call_json('GET', '/key/list?' + query, what='/key/list')
         if not isinstance(data, dict) or not isinstance(data.get('keys'), list):
             raise LitellmApiError(200, 'GET /key/list: unexpected response (no "keys" list)')
         # exact match by default; filter again in case an older proxy matched substrings
@@ -387,14 +296,14 @@ class LitellmClient:
 
     def info(self, token: str) -> dict[str, t.Any]:
         """The row of the key with hash ``token`` (``GET /key/info``), without the token."""
-        data = self._call('GET', '/key/info?' + urlencode({'key': token}), what='/key/info')
+        data = self.call_json('GET', '/key/info?' + urlencode({'key': token}), what='/key/info')
         if not isinstance(data, dict) or not isinstance(data.get('info'), dict):
             raise LitellmApiError(200, 'GET /key/info: unexpected response (no "info" object)')
         return data['info']
 
     def generate(self, body: dict[str, t.Any]) -> dict[str, t.Any]:
         """Create a key (``POST /key/generate``); the answer holds the secret ``key``."""
-        data = self._call('POST', '/key/generate', body)
+        data = self.call_json('POST', '/key/generate', body)
         if not isinstance(data, dict) or not isinstance(data.get('key'), str):
             raise LitellmApiError(200, 'POST /key/generate: unexpected response (no "key")')
         self._remember_secret(data)
@@ -403,12 +312,12 @@ class LitellmClient:
     def update(self, token: str, body: dict[str, t.Any]) -> dict[str, t.Any]:
         """Change the given fields of the key with hash ``token`` (``POST /key/update``)."""
         payload = dict(body, key=token)
-        data = self._call('POST', '/key/update', payload)
+        data = self.call_json('POST', '/key/update', payload)
         return data if isinstance(data, dict) else {}
 
     def delete(self, token: str) -> dict[str, t.Any]:
         """Delete the key with hash ``token`` (``POST /key/delete``)."""
-        data = self._call('POST', '/key/delete', {'keys': [token]})
+        data = self.call_json('POST', '/key/delete', {'keys': [token]})
         return data if isinstance(data, dict) else {}
 
     def regenerate(self, token: str, body: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -416,8 +325,8 @@ class LitellmClient:
 
         The answer holds the new secret ``key`` and its hash ``token_id``.
         """
-        data = self._call('POST', '/key/%s/regenerate' % quote(token, safe=''), body,
-                          what='/key/{token}/regenerate')
+        data = self.call_json('POST', '/key/%s/regenerate' % quote(token, safe=''), body,
+                              what='/key/{token}/regenerate')
         if not isinstance(data, dict) or not isinstance(data.get('key'), str):
             raise LitellmApiError(200, 'POST /key/{token}/regenerate: unexpected response (no "key")')
         self._remember_secret(data)

@@ -3,77 +3,47 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Small client for vLLM's OpenAI-compatible HTTP server.
 
-Only the stdlib and ``ansible.module_utils.urls.open_url`` are used so that the code
-runs on any managed node. The API key is sent in the ``Authorization`` header only:
-it never appears in an exception message or in a returned value (server messages are
-scrubbed of it too, in case a proxy echoes the request back).
+The HTTP plumbing (module_utils/api_client.py) uses only the stdlib and
+``ansible.module_utils.urls.open_url``, so that the code runs on any managed node. The API
+key is sent in the ``Authorization`` header only: it never appears in an exception message
+or in a returned value (server messages are scrubbed of it too, in case a proxy echoes the
+request back).
 """
 
 from __future__ import annotations
 
-import json
 import ssl
 import time
 import typing as t
 
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
-from urllib.parse import urlsplit
 
-from ansible.module_utils.urls import open_url
+from ansible_collections.gpuserve.vllm.plugins.module_utils.api_client import (
+    REDACTED,
+    ApiClient,
+    ApiError,
+    read_key_file,
+)
 
-_LOOPBACK_HOSTS = frozenset(('localhost', '127.0.0.1', '::1', 'ip6-localhost'))
-_MAX_MESSAGE = 500
-_REDACTED = '<redacted>'
 
-
-class VllmApiError(Exception):
+class VllmApiError(ApiError):
     """An HTTP request to vLLM failed.
 
     ``status`` is the HTTP status code, or ``None`` when no HTTP response came back
     (connection refused, TLS failure, timeout, malformed response).
     """
 
-    def __init__(self, status: int | None, message: str) -> None:
-        super().__init__(status, message)
-        self.status = status
-        self.message = message
 
-    def __str__(self) -> str:
-        if self.status is None:
-            return self.message
-        return 'HTTP %d: %s' % (self.status, self.message)
+def read_api_key_file(path: str) -> str:
+    """The key in ``path``: the VLLM_API_KEY= line of an env file, else the file's only line.
+
+    An empty VLLM_API_KEY= line gives ``''`` (for the caller to report as an empty key).
+    """
+    return read_key_file(path, 'VLLM_API_KEY', allow_empty=True, bare_with_equals=True)
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    return host.lower() in _LOOPBACK_HOSTS or host.startswith('127.')
-
-
-def _error_message(body: bytes) -> str:
-    """Pull the human-readable error out of a vLLM / OpenAI error body."""
-    text = body.decode('utf-8', errors='replace').strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:_MAX_MESSAGE] or '(empty response body)'
-    if isinstance(data, dict):
-        err = data.get('error')
-        if isinstance(err, dict) and err.get('message'):
-            # {"error": {"message": ..., "type": ..., "code": ...}} (recent vLLM)
-            return str(err['message'])[:_MAX_MESSAGE]
-        if isinstance(err, str) and err:
-            # {"error": "Unauthorized"} (vLLM's API key middleware)
-            return err[:_MAX_MESSAGE]
-        for key in ('message', 'detail'):
-            # {"object": "error", "message": ...} (older vLLM), {"detail": ...} (FastAPI)
-            if data.get(key):
-                return str(data[key])[:_MAX_MESSAGE]
-    return text[:_MAX_MESSAGE]
-
-
-class VllmClient:
+class VllmClient(ApiClient):
     """Client for one vLLM server.
 
     ``base_url`` is the server root (``http://127.0.0.1:8000``); a trailing ``/v1``
@@ -81,6 +51,8 @@ class VllmClient:
     per-request timeout in seconds. Requests to loopback addresses bypass any
     ``http_proxy`` set in the environment.
     """
+
+    error_class = VllmApiError
 
     def __init__(
         self,
@@ -90,97 +62,21 @@ class VllmClient:
         validate_certs: bool = True,
         ca_path: str | None = None,
     ) -> None:
-        url = base_url.strip().rstrip('/')
-        if url.endswith('/v1'):
-            url = url[:-3]
-        self.base_url = url
-        self._api_key = api_key or None
-        self.timeout = timeout
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
-        self._use_proxy = not _is_loopback(urlsplit(url).hostname)
+        super().__init__(base_url, api_key, timeout=timeout, validate_certs=validate_certs, ca_path=ca_path)
         #: Why the last health() call returned False (None after a 200).
         self.last_health_error: str | None = None
 
     def __repr__(self) -> str:
-        return 'VllmClient(%r, api_key=%s)' % (self.base_url, _REDACTED if self._api_key else None)
+        return 'VllmClient(%r, api_key=%s)' % (self.base_url, REDACTED if self._token else None)
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _scrub(self, text: str) -> str:
-        if self._api_key and self._api_key in text:
-            text = text.replace(self._api_key, _REDACTED)
-        return text
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        payload: dict[str, t.Any] | None = None,
-        auth: bool = True,
-        timeout: float | None = None,
-    ) -> tuple[int, bytes]:
-        """Send one request; return (status, body) for 2xx.
-
-        Raises HTTPError for 4xx/5xx, and URLError / OSError / HTTPException for
-        transport failures: callers translate them.
-        """
-        headers = {'Accept': 'application/json'}
-        data = None
-        if payload is not None:
-            data = json.dumps(payload).encode('utf-8')
-            headers['Content-Type'] = 'application/json'
-        if auth and self._api_key:
-            headers['Authorization'] = 'Bearer %s' % self._api_key
-        resp = open_url(
-            self.base_url + path,
-            data=data,
-            headers=headers,
-            method=method,
-            use_proxy=self._use_proxy,
-            timeout=self.timeout if timeout is None else timeout,
-            validate_certs=self.validate_certs,
-            ca_path=self.ca_path,
-            use_netrc=False,
-            http_agent='gpuserve.vllm',
-            # never hand the key to wherever a redirect points
-            unredirected_headers=['Authorization'],
-        )
-        try:
-            return resp.getcode(), resp.read()
-        finally:
-            resp.close()
-
-    def _http_error(self, exc: HTTPError, method: str, path: str) -> VllmApiError:
-        try:
-            body = exc.read() or b''
-        except Exception:  # pylint: disable=broad-except
-            body = b''
-        message = _error_message(body) if body else (exc.reason or 'no response body')
-        message = self._scrub(str(message))
-        if exc.code == 401:
-            if self._api_key:
-                message = 'the API key was rejected (%s)' % message
-            else:
-                message = 'the server requires an API key and none was given (%s)' % message
-        return VllmApiError(exc.code, '%s %s: %s' % (method, path, message))
-
-    def _transport_error(self, exc: BaseException, path: str) -> VllmApiError:
-        reason = getattr(exc, 'reason', None) or exc
-        return VllmApiError(None, 'request to %s%s failed: %s' % (self.base_url, path, self._scrub(str(reason))))
-
-    def _call_json(self, method: str, path: str, payload: dict[str, t.Any] | None = None) -> t.Any:
-        try:
-            status, body = self._request(method, path, payload)
-        except HTTPError as exc:
-            raise self._http_error(exc, method, path) from None
-        except (URLError, OSError, HTTPException, ValueError) as exc:
-            raise self._transport_error(exc, path) from None
-        try:
-            return json.loads(body.decode('utf-8'))
-        except ValueError:
-            raise VllmApiError(status, '%s %s: response is not JSON: %s' % (
-                method, path, self._scrub(body[:200].decode('utf-8', errors='replace')))) from None
+    def explain_status(self, status: int, message: str) -> str:
+        if status != 401:
+            return message
+        if self._token:
+            return 'the API key was rejected (%s)' % message
+        return 'the server requires an API key and none was given (%s)' % message
 
     # -- API --------------------------------------------------------------------
 
@@ -198,18 +94,18 @@ class VllmClient:
                 self.last_health_error = 'HTTP %d' % exc.code
                 return False
             raise VllmApiError(exc.code, 'GET /health: %s (is %s a vLLM server?)' % (
-                self._scrub(str(exc.reason)), self.base_url)) from None
+                self.scrub(str(exc.reason)), self.base_url)) from None
         except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise self._transport_error(exc, '/health') from None
+            raise self.transport_error(exc, '/health') from None
         except URLError as exc:
             if isinstance(exc.reason, (ssl.SSLError, ssl.CertificateError)):
-                raise self._transport_error(exc, '/health') from None
-            self.last_health_error = self._scrub(str(exc.reason))
+                raise self.transport_error(exc, '/health') from None
+            self.last_health_error = self.scrub(str(exc.reason))
             return False
         except (OSError, HTTPException) as exc:
             # ConnectionRefusedError, ConnectionResetError and socket.timeout are
             # OSErrors; http.client.RemoteDisconnected is both.
-            self.last_health_error = self._scrub(str(exc) or type(exc).__name__)
+            self.last_health_error = self.scrub(str(exc) or type(exc).__name__)
             return False
         if status == 200:
             self.last_health_error = None
@@ -220,7 +116,7 @@ class VllmClient:
     def version(self) -> str | None:
         """The server's vLLM version (``GET /version``), None when unavailable."""
         try:
-            data = self._call_json('GET', '/version')
+            data = self.call_json('GET', '/version')
         except VllmApiError:
             return None
         if isinstance(data, dict) and isinstance(data.get('version'), str):
@@ -229,7 +125,7 @@ class VllmClient:
 
     def models(self) -> list[dict[str, t.Any]]:
         """The entries of ``GET /v1/models`` (dicts with ``id``, ``max_model_len``...)."""
-        data = self._call_json('GET', '/v1/models')
+        data = self.call_json('GET', '/v1/models')
         if not isinstance(data, dict) or not isinstance(data.get('data'), list):
             raise VllmApiError(200, 'GET /v1/models: unexpected response (no "data" list)')
         return [m for m in data['data'] if isinstance(m, dict)]
@@ -252,7 +148,7 @@ class VllmClient:
             raise ValueError('kind must be "chat" or "completion", not %r' % (kind,))
         payload['temperature'] = 0
         started = time.perf_counter()
-        data = self._call_json('POST', path, payload)
+        data = self.call_json('POST', path, payload)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         if not isinstance(data, dict) or not data.get('choices'):
             raise VllmApiError(200, 'POST %s: response holds no choices' % path)

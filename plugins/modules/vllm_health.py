@@ -267,33 +267,15 @@ from ansible_collections.gpuserve.vllm.plugins.module_utils.systemd_unit import 
 from ansible_collections.gpuserve.vllm.plugins.module_utils.vllm_api import (
     VllmApiError,
     VllmClient,
+    read_api_key_file,
 )
 
-_ENV_KEY_LINE = re.compile(r'^\s*(?:export\s+)?VLLM_API_KEY\s*=\s*(.*?)\s*$')
 # Longest a single /health request may take: vLLM binds its port early, so during
 # start-up a connection can be accepted and then left unanswered.
 _HEALTH_REQUEST_TIMEOUT = 5.0
 _API_REQUEST_TIMEOUT = 120.0
 _TIMEOUT_HINT = ('If the model is just slow to load (download, weights, compilation, CUDA graphs), '
                  'raise `timeout` (role variable vllm_engine_health_timeout).')
-
-
-def read_api_key_file(path: str) -> str:
-    """The key in ``path``: the VLLM_API_KEY= line of an env file, else the file's only line."""
-    with open(path, 'r', encoding='utf-8') as handle:
-        content = handle.read()
-    lines = [line.strip() for line in content.splitlines()]
-    lines = [line for line in lines if line and not line.startswith('#')]
-    for line in lines:
-        match = _ENV_KEY_LINE.match(line)
-        if match:
-            value = match.group(1)
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in ('"', "'"):
-                value = value[1:-1]
-            return value
-    if len(lines) == 1:
-        return lines[0]
-    raise ValueError('it holds neither a VLLM_API_KEY= line nor a single line with the bare key')
 
 
 def _describe_state(state: dict[str, t.Any]) -> str:

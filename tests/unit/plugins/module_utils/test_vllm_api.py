@@ -16,7 +16,7 @@ from urllib.error import HTTPError, URLError
 
 import pytest
 
-from ansible_collections.gpuserve.vllm.plugins.module_utils import vllm_api
+from ansible_collections.gpuserve.vllm.plugins.module_utils import api_client
 from ansible_collections.gpuserve.vllm.plugins.module_utils.vllm_api import VllmApiError, VllmClient
 
 KEY = "sk-test-5f0d9c1e2b7a"
@@ -61,7 +61,7 @@ def http_error(code, body):
 def fake(monkeypatch):
     def install(*answers):
         opener = FakeOpenUrl(*answers)
-        monkeypatch.setattr(vllm_api, "open_url", opener)
+        monkeypatch.setattr(api_client, "open_url", opener)
         return opener
     return install
 
