@@ -11,9 +11,10 @@ log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # 1. System packages.
 need=()
-# promtool / amtool (observability rule tests) come with Debian's prometheus packages.
+# promtool / amtool (observability rule tests) come with Debian's prometheus packages; njs
+# (the nginx_tls usage filter's unit test) with Debian's njs package.
 for pair in podman:podman runc:runc debootstrap:debootstrap newuidmap:uidmap slirp4netns:slirp4netns \
-            promtool:prometheus amtool:prometheus-alertmanager; do
+            promtool:prometheus amtool:prometheus-alertmanager njs:njs; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
