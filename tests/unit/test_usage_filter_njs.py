@@ -97,7 +97,7 @@ def test_byte_by_byte():
 
 def test_no_usage_sets_no_tokens():
     body = STREAM.split("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,"
-                        "\"model\":\"qwen7b\",\"choices\":[],")[0]
+                        "\"model\":\"qwen7b\",\"choices\":[],", maxsplit=1)[0]
     result = run_filter([[body[:100], body[100:]]])[0]
     assert result["same"] and result["calls"] == 2
     assert "gpuserve_prompt_tokens" not in result["sets"]
