@@ -23,6 +23,10 @@ description:
     are sent to C(/key/update); when nothing differs nothing is sent and RV(changed) is V(false).
   - Virtual keys need the proxy to run with a database (PostgreSQL); see the
     gpuserve.vllm.litellm_gateway role.
+  - The same endpoints are served by gpuserve-keyd, the key service of litellm_gateway's default
+    C(edge) data path (same URL, C(http://127.0.0.1:4000), and master key). It accepts the options of
+    this module; O(models) and O(max_parallel_requests) are stored there but not enforced (see the
+    role's README).
 version_added: "0.2.0"
 author:
   - gpuserve.vllm contributors (@gpuserve)
