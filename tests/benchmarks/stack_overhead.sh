@@ -50,14 +50,13 @@ restore() {
   rm -rf "$out"
 }
 trap restore EXIT
-keyd() {  # method path [json]: gpuserve-keyd's key API with the master key (read from its 0600 file)
-  python3 - "$@" <<'PY'
-import json, sys, urllib.request
-key = next(l.split('=', 1)[1].strip().strip('"') for l in open('/etc/litellm/litellm.env')
-           if l.startswith('LITELLM_MASTER_KEY='))
+keyd() {  # method path [json]: gpuserve-keyd's key API with $master_key (passed in the environment)
+  LITELLM_MASTER_KEY=$master_key python3 - "$@" <<'PY'
+import os, sys, urllib.request
 req = urllib.request.Request('http://127.0.0.1:4000' + sys.argv[2], method=sys.argv[1],
                              data=sys.argv[3].encode() if len(sys.argv) > 3 else None,
-                             headers={'Authorization': 'Bearer ' + key, 'Content-Type': 'application/json'})
+                             headers={'Authorization': 'Bearer ' + os.environ['LITELLM_MASTER_KEY'],
+                                      'Content-Type': 'application/json'})
 print(urllib.request.urlopen(req, timeout=30).read().decode())
 PY
 }

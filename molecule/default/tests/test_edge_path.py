@@ -27,7 +27,7 @@ def env(path, name):
             return line.split('=', 1)[1].strip().strip('"')
 MASTER = env('/etc/litellm/litellm.env', 'LITELLM_MASTER_KEY')
 ENGINE = env('/etc/vllm/tiny.env', 'VLLM_API_KEY')
-def call(method, path, key=None, body=None, via='nginx', raw=False):
+def call(method, path, key=None, body=None, via='nginx'):
     if via == 'nginx':
         c = http.client.HTTPSConnection('gpuserve.test', 443, timeout=300, context=ssl.create_default_context())
     elif via == 'keyd':

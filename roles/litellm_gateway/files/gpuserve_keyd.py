@@ -616,8 +616,11 @@ class Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization") or ""
         return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
+    def _is_master(self, key: str) -> bool:
+        return secrets.compare_digest(key.encode(), self.server.master_key.encode())
+
     def _admin(self) -> None:
-        if not secrets.compare_digest(self._bearer().encode(), self.server.master_key.encode()):
+        if not self._is_master(self._bearer()):
             raise ApiError(401, "Authentication Error: this endpoint needs the master key", "auth_error")
 
     def _body(self) -> t.Any:
@@ -632,7 +635,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _auth(self) -> None:
         key = self._bearer()
-        if key and secrets.compare_digest(key.encode(), self.server.master_key.encode()):
+        if key and self._is_master(key):
             self._send(204, headers={"X-Gpuserve-Key": "master"})
             return
         reason, token = self.server.store.verdict(key) if key else ("invalid", None)
