@@ -90,6 +90,14 @@ def test_every_two_buffer_split(body, prompt, completion, model):
         _check(result, len(case), prompt, completion, model)
 
 
+def test_spaced_json():
+    # json.dumps' default separators (", ", ": "), as servers other than vLLM write them
+    body = json.dumps(json.loads(PLAIN))
+    cases = [[body]] + [[body[:i], body[i:]] for i in range(len(body) - 300, len(body))]
+    for case, result in zip(cases, run_filter(cases)):
+        _check(result, len(case), "7", "10000", "tiny")
+
+
 def test_byte_by_byte():
     cases = [list(STREAM)]
     _check(run_filter(cases)[0], len(STREAM), "1234", "56", "qwen7b")

@@ -20,7 +20,13 @@ function usage(r, data, flags) {
             r.variables.gpuserve_model = model;
         }
     }
-    var at = text.lastIndexOf('"usage":{');
+    // the last usage object; vLLM writes it compact, other servers may put spaces after ':'
+    var at = -1;
+    var found;
+    var re = /"usage":\s*\{/g;
+    while ((found = re.exec(text)) !== null) {
+        at = found.index;
+    }
     if (at >= 0) {
         var rest = text.slice(at);
         var p = /"prompt_tokens":\s*(\d+)\s*[,}]/.exec(rest);
