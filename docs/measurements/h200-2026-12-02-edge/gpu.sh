@@ -9,10 +9,12 @@
 #         roles/litellm_gateway/files, a virtual key created through its /key/generate.
 # Also: the tokens gpuserve-keyd counted for the key against vLLM's own counters over the edge runs.
 # Inputs carried from the checkout: .gpu/run/{nginx.edge.conf,ffdhe2048.pem,debs/*.deb} and the
-# staged vLLM wheels. BENCH_TIMEOUT caps each benchmark (default 120 s). Results: $OUT/summary.txt
+# staged vLLM wheels. BENCH_TIMEOUT caps each benchmark (default 120 s). REPEAT (default 1) runs the
+# sweep again (files suffixed -r2, ...); a step of a repeat starts only before SWEEP_DEADLINE s (default 460).
+# Results: $OUT/summary.txt
 # (written as it goes) and $OUT/results.tar.gz.
 set -u
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-120}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-120} REPEAT=${REPEAT:-1} SWEEP_DEADLINE=${SWEEP_DEADLINE:-460} SUF=
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 VLLM_USE_FLASHINFER_SAMPLER=0
 REPO=$PWD t0=$(date +%s)
 log() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a $OUT/summary.txt; }
@@ -76,19 +78,19 @@ bench() {  # label url key c n seed
     --endpoint /v1/chat/completions --base-url "$2" --model qwen2.5-7b --tokenizer /tmp/q7 \
     --dataset-name random --random-input-len 256 --random-output-len 256 --ignore-eos \
     --num-prompts "$5" --max-concurrency "$4" --seed "$6" --save-result --result-dir $OUT \
-    --result-filename "$1-c$4.json" > $OUT/bench-$1-c$4.log 2>&1 || tail -5 $OUT/bench-$1-c$4.log
+    --result-filename "$1-c$4$SUF.json" > $OUT/bench-$1-c$4$SUF.log 2>&1 || tail -5 $OUT/bench-$1-c$4$SUF.log
 }
-line() { python3 - "$OUT" "$1" "$2" <<'PY' | tee -a $OUT/summary.txt
+line() { python3 - "$OUT" "$1" "$2" "$SUF" <<'PY' | tee -a $OUT/summary.txt
 import json, os, sys
-out, label, c = sys.argv[1:]
-raw = f"{out}/raw-c{c}.json"
+out, label, c, suf = sys.argv[1:]
+raw = f"{out}/raw-c{c}{suf}.json"
 raw = json.load(open(raw)) if os.path.exists(raw) else None
-p = f"{out}/{label}-c{c}.json"
+p = f"{out}/{label}-c{c}{suf}.json"
 if not os.path.exists(p):
-    print(f"{label:<6} c={c:>3} (no result)"); sys.exit()
+    print(f"{label + suf:<6} c={c:>3} (no result)"); sys.exit()
 r = json.load(open(p))
 rel = lambda k: (r[k] / raw[k]) if raw else 0
-print(f"{label:<6} c={c:>3} n={r['num_prompts']:>3} failed={r['num_prompts'] - r['completed']} tok/s={r['total_token_throughput']:.0f} "
+print(f"{label + suf:<6} c={c:>3} n={r['num_prompts']:>3} failed={r['num_prompts'] - r['completed']} tok/s={r['total_token_throughput']:.0f} "
       f"vs_raw={rel('total_token_throughput'):.3f} dur={r['duration']:.2f}s ttft_p50={r['median_ttft_ms']:.1f}ms "
       f"(x{rel('median_ttft_ms'):.3f}) ttft_p99={r['p99_ttft_ms']:.1f} itl_p50={r['median_itl_ms']:.2f}ms itl_p99={r['p99_itl_ms']:.2f}")
 PY
@@ -99,10 +101,14 @@ OPENAI_API_KEY=$KEY PYTHONPATH=/tmp/site python3 -m vllm.entrypoints.cli.main be
   --max-concurrency 128 --seed 7 > $OUT/warm.log 2>&1
 log warmed
 seed=100 edge_p=0 edge_g=0
+for rep in $(seq "$REPEAT"); do
+[[ $rep == 1 ]] || SUF=-r$rep
 for c in 128 32 1; do
+  (( rep == 1 || $(date +%s) - t0 < SWEEP_DEADLINE )) || { log "repeat $rep c=$c skipped: past ${SWEEP_DEADLINE} s"; continue; }
   case $c in 1) n=16 ;; 32) n=128 ;; 128) n=256 ;; esac
   seed=$((seed + 10))
   order="raw edge"; [[ $c == 32 ]] && order="edge raw"
+  (( rep % 2 == 0 )) && { [[ $order == "raw edge" ]] && order="edge raw" || order="raw edge"; }
   for path in $order; do
     if [[ $path == raw ]]; then bench raw http://127.0.0.1:8000 "$KEY" $c $n $seed
     else
@@ -113,6 +119,7 @@ for c in 128 32 1; do
     fi
   done
   line raw $c; line edge $c
+done
 done
 sleep 1
 python3 - "$edge_p" "$edge_g" <<'PY' | tee -a $OUT/summary.txt
