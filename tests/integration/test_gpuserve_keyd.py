@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -107,6 +108,37 @@ def test_answers_have_litellm_shapes(server):
     assert response.key not in json.dumps(info) + json.dumps(listed)
     db = pathlib.Path(server.config["database"]).read_bytes()
     assert response.key.encode() not in db
+
+
+def test_a_burst_of_connections_queues_instead_of_being_dropped(tmp_path):
+    # nginx opens one connection per concurrent request until its keepalive pool is warm. While the
+    # service has not accepted yet, 256 connections must still complete their handshake at once
+    # (a listen backlog of 5 drops SYNs: the client waits >= 1 s for a retransmit, nginx gives up
+    # after its 2 s connect timeout), and each must get its verdict once the service serves.
+    srv = keyd.KeyServer(_config(tmp_path), MASTER, follow=False)
+    socks: list[socket.socket] = []
+    started = False
+    try:
+        host, port = srv.server_address[:2]
+        start = time.monotonic()
+        for _ in range(256):
+            socks.append(socket.create_connection((host, port), timeout=0.5))
+        assert time.monotonic() - start < 5
+        for sock in socks:
+            sock.sendall(b"GET /auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-none\r\n"
+                         b"Connection: close\r\n\r\n")
+        srv.start()
+        started = True
+        for sock in socks:
+            sock.settimeout(10)
+            assert sock.recv(64).startswith(b"HTTP/1.1 401")
+    finally:
+        for sock in socks:
+            sock.close()
+        if started:
+            srv.stop()  # shutdown() waits for serve_forever: only once it runs
+        else:
+            srv.server_close()
 
 
 def test_management_needs_the_master_key(server):

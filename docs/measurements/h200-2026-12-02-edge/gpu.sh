@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call (issue 7): raw vLLM against the edge data path, side by side, same sweep as
 # NOTES.md and docs/measurements/h200-2026-12-02 (random 256/256, ignore-eos, concurrency 1, 32,
-# 128 with 16, 128, 256 prompts; the order alternates per step):
+# 128 with 16, 128, 256 prompts, after a warm-up of the same shape at c=128; the order alternates per step):
 #   raw   vLLM 0.22.0 direct (Qwen2.5-7B shape, dummy weights, bf16, --enable-force-include-usage
 #         as vllm_engine passes it)
 #   edge  the nginx.conf nginx_tls renders for the edge path (TLS, limit_req, allow-list,
@@ -97,7 +97,7 @@ PY
 }
 OPENAI_API_KEY=$KEY PYTHONPATH=/tmp/site python3 -m vllm.entrypoints.cli.main bench serve --backend openai-chat \
   --endpoint /v1/chat/completions --base-url http://127.0.0.1:8000 --model qwen2.5-7b --tokenizer /tmp/q7 \
-  --dataset-name random --random-input-len 256 --random-output-len 32 --ignore-eos --num-prompts 256 \
+  --dataset-name random --random-input-len 256 --random-output-len 256 --ignore-eos --num-prompts 256 \
   --max-concurrency 128 --seed 7 > $OUT/warm.log 2>&1
 log warmed
 seed=100 edge_p=0 edge_g=0
