@@ -11,10 +11,12 @@
 # Inputs carried from the checkout: .gpu/run/{nginx.edge.conf,ffdhe2048.pem,debs/*.deb} and the
 # staged vLLM wheels. BENCH_TIMEOUT caps each benchmark (default 120 s). REPEAT (default 1) runs the
 # sweep again (files suffixed -r2, ...); a step of a repeat starts only before SWEEP_DEADLINE s (default 460).
+# CONCURRENCIES (default "128 32 1") picks the steps.
 # Results: $OUT/summary.txt
 # (written as it goes) and $OUT/results.tar.gz.
 set -u
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-120} REPEAT=${REPEAT:-1} SWEEP_DEADLINE=${SWEEP_DEADLINE:-460} SUF=
+CONCURRENCIES=${CONCURRENCIES:-128 32 1}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 VLLM_USE_FLASHINFER_SAMPLER=0
 REPO=$PWD t0=$(date +%s)
 log() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a $OUT/summary.txt; }
@@ -103,7 +105,7 @@ log warmed
 seed=100 edge_p=0 edge_g=0
 for rep in $(seq "$REPEAT"); do
 [[ $rep == 1 ]] || SUF=-r$rep
-for c in 128 32 1; do
+for c in $CONCURRENCIES; do
   (( rep == 1 || $(date +%s) - t0 < SWEEP_DEADLINE )) || { log "repeat $rep c=$c skipped: past ${SWEEP_DEADLINE} s"; continue; }
   case $c in 1) n=16 ;; 32) n=128 ;; 128) n=256 ;; esac
   seed=$((seed + 10))
