@@ -20,8 +20,26 @@ CONCURRENCIES=${CONCURRENCIES:-128 32 1}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 VLLM_USE_FLASHINFER_SAMPLER=0
 REPO=$PWD t0=$(date +%s)
 log() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a $OUT/summary.txt; }
-(cd /tmp/stage && mkdir -p x && cat part* | tar -x -C x && rm -f part* && \
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site x/*.whl) || exit 1
+# A machine still warm from an earlier call may hold that call's servers (an aborted run leaves
+# them): stop what this script started then, by the PIDs it wrote down, and start clean.
+PIDS=/tmp/gpuserve-edge-bench.pids
+if [[ -s $PIDS ]]; then
+  kill -TERM $(cat $PIDS) 2>/dev/null
+  for _ in $(seq 60); do kill -0 $(cat $PIDS) 2>/dev/null || break; sleep 1; done
+fi
+rm -rf /tmp/keyd /tmp/ng $PIDS
+stop_servers() {
+  kill -TERM ${VPID:+-$VPID} ${KPID:-} 2>/dev/null
+  [[ -s /tmp/ng/nginx.pid ]] && kill -QUIT "$(cat /tmp/ng/nginx.pid)" 2>/dev/null
+  rm -f $PIDS /tmp/ng/nginx.pid; VPID= KPID=
+}
+trap stop_servers EXIT
+if compgen -G '/tmp/stage/part*' >/dev/null; then
+  (cd /tmp/stage && rm -rf x && mkdir -p x && cat part* | tar -x -C x && rm -f part* && rm -rf /tmp/site && \
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site x/*.whl) || exit 1
+else
+  [[ -d /tmp/site/vllm ]] || { echo "no staged wheels in /tmp/stage and no /tmp/site/vllm" >&2; exit 1; }
+fi
 mkdir -p /tmp/ng/x /tmp/keyd /var/lib/nginx/{body,fastcgi,proxy,scgi,uwsgi}
 for d in .gpu/run/debs/*.deb; do dpkg -x "$d" /tmp/ng/x; done
 log installed
@@ -34,6 +52,7 @@ VLLM_HTTP_TIMEOUT_KEEP_ALIVE=75 PYTHONPATH=/tmp/site setsid python3 -m vllm.entr
   --served-model-name qwen2.5-7b --load-format dummy --dtype bfloat16 --max-model-len 16384 --max-num-seqs 128 \
   --gpu-memory-utilization 0.90 --host 127.0.0.1 --port 8000 --enable-force-include-usage > /tmp/vllm.log 2>&1 < /dev/null &
 VPID=$!
+echo "-$VPID" >> $PIDS
 unset VLLM_API_KEY
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
   -addext subjectAltName=IP:127.0.0.1,DNS:gpuserve.test -keyout /tmp/ng/key.pem -out /tmp/ng/cert.pem 2>/dev/null
@@ -61,6 +80,7 @@ $NGINX -t -q -c /tmp/ng/nginx.conf -e /tmp/ng/error.log || { cat /tmp/ng/error.l
 printf '{"host":"127.0.0.1","port":4000,"database":"/tmp/keyd/keys.sqlite3","usage_log":"/tmp/ng/usage.log"}\n' > /tmp/keyd/config.json
 setsid python3 roles/litellm_gateway/files/gpuserve_keyd.py --config /tmp/keyd/config.json > /tmp/keyd.log 2>&1 < /dev/null &
 KPID=$!
+echo "$KPID" >> $PIDS
 sleep 1
 VKEY=$(python3 - <<'PY'
 import json, os, urllib.request
@@ -71,7 +91,7 @@ print(json.load(urllib.request.urlopen(req))['key'])
 PY
 )
 [[ $VKEY == sk-* ]] || { log "no virtual key"; cat /tmp/keyd.log; exit 1; }
-$NGINX -c /tmp/ng/nginx.conf -e /tmp/ng/error.log
+$NGINX -c /tmp/ng/nginx.conf -e /tmp/ng/error.log && cat /tmp/ng/nginx.pid >> $PIDS
 for i in $(seq 300); do curl -fs http://127.0.0.1:8000/health >/dev/null && break; sleep 1; done
 log "vLLM healthy: $(curl -s -o /dev/null -w %{http_code} http://127.0.0.1:8000/health)"
 counters() { curl -s http://127.0.0.1:8000/metrics | awk '/^vllm:(prompt|generation)_tokens_total/ {s[$1 ~ /prompt/ ? "p" : "g"] += $2} END {printf "%d %d\n", s["p"], s["g"]}'; }
@@ -136,6 +156,6 @@ print(f"accounting: keyd counted prompt={u['prompt_tokens']} completion={u['comp
 PY
 ps -o pid,rss,args -p $KPID | cut -c1-120 | tee -a $OUT/summary.txt
 cp /tmp/vllm.log /tmp/keyd.log /tmp/ng/error.log $OUT/ 2>/dev/null
-kill -TERM -$VPID $KPID 2>/dev/null; $NGINX -s quit -c /tmp/ng/nginx.conf -e /tmp/ng/error.log; sleep 2
+stop_servers; sleep 2
 (cd $OUT && tar -czf /tmp/results.tar.gz --exclude=summary.txt . && find . -mindepth 1 ! -name summary.txt -delete && mv /tmp/results.tar.gz .)
 log done
