@@ -121,7 +121,7 @@ def test_a_burst_of_connections_queues_instead_of_being_dropped(tmp_path):
     try:
         host, port = srv.server_address[:2]
         start = time.monotonic()
-        for _ in range(256):
+        for dummy in range(256):
             socks.append(socket.create_connection((host, port), timeout=0.5))
         assert time.monotonic() - start < 5
         for sock in socks:
