@@ -134,10 +134,13 @@ def body_message(body: bytes, limit: int, pick: ErrorPicker) -> str:
 def read_key_file(path: str, variable: str, *, allow_empty: bool, bare_with_equals: bool) -> str:
     """The key in ``path``: the ``variable=`` line of an environment file, else the file's only line.
 
-    Blank lines and ``#`` comments are passed over; ``export`` and one pair of quotes around
-    the value are accepted. With ``allow_empty`` an empty ``variable=`` line gives ``''``
-    (for the caller to report), without it such a line is passed over. With
-    ``bare_with_equals`` the only line is taken as the key even when it holds ``=``.
+    Read as systemd's ``EnvironmentFile=`` reads it: blank lines and ``#`` comments are passed
+    over, ``export`` is accepted, the last ``variable=`` line wins, inside double quotes a
+    backslash before a backslash, double quote, dollar sign or backtick is dropped (the roles'
+    templates escape backslashes and double quotes that way), single quotes are literal. With
+    ``allow_empty`` an empty value gives ``''`` (for the caller to report), without it empty
+    lines are passed over. With ``bare_with_equals`` the only line is taken as the key even
+    when it holds ``=``.
 
     Raises OSError or UnicodeDecodeError when the file cannot be read, ValueError when it
     holds no key.
@@ -147,14 +150,19 @@ def read_key_file(path: str, variable: str, *, allow_empty: bool, bare_with_equa
         content = handle.read()
     lines = [line.strip() for line in content.splitlines()]
     lines = [line for line in lines if line and not line.startswith('#')]
+    found = None
     for line in lines:
         match = assignment.match(line)
         if match:
             value = match.group(1)
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in ('"', "'"):
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = re.sub(r'\\([\\"$`])', r'\1', value[1:-1])
+            elif len(value) >= 2 and value[0] == value[-1] == "'":
                 value = value[1:-1]
             if value or allow_empty:
-                return value
+                found = value
+    if found is not None:
+        return found
     if len(lines) == 1 and (bare_with_equals or '=' not in lines[0]):
         return lines[0]
     raise ValueError('it holds neither a %s= line nor a single line with the bare key' % variable)

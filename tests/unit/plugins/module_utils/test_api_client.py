@@ -179,7 +179,10 @@ def read_from(tmp_path, content, variable="THING_KEY", allow_empty=True, bare_wi
     ("# svc\nHF_HOME=/var/cache\nTHING_KEY=\"sk-env\"\n", "sk-env"),
     ("export THING_KEY='sk-env'\n", "sk-env"),
     ("  THING_KEY = sk-env  \n", "sk-env"),
-    ("THING_KEY=sk-first\nTHING_KEY=sk-second\n", "sk-first"),
+    ("THING_KEY=sk-first\nTHING_KEY=sk-second\n", "sk-second"),  # the last wins, as in systemd
+    # the roles' templates escape \ and " inside double quotes; systemd undoes it
+    ('THING_KEY="sk-a\\\\b\\"c\\$d"\n', 'sk-a\\b"c$d'),
+    ("THING_KEY='sk-a\\\\b'\n", "sk-a\\\\b"),  # single quotes: literal
     ("THING_KEY=\"\n", '"'),
 ])
 @pytest.mark.parametrize("strict", [False, True])
@@ -188,7 +191,8 @@ def test_read_key_file(tmp_path, content, expected, strict):
 
 
 @pytest.mark.parametrize("content, allow_empty, bare_with_equals, expected", [
-    ("THING_KEY=\"\"\nTHING_KEY=sk-later\n", True, False, ""),  # empty: for the caller to report
+    ("THING_KEY=sk-earlier\nTHING_KEY=\"\"\n", True, False, ""),  # empty: for the caller to report
+    ("THING_KEY=\"\"\nTHING_KEY=sk-later\n", True, False, "sk-later"),
     ("THING_KEY=\"\"\nTHING_KEY=sk-later\n", False, False, "sk-later"),  # empty lines passed over
     ("c2stYmFzZTY0==\n", False, True, "c2stYmFzZTY0=="),
 ])
