@@ -17,9 +17,9 @@ while getopts "c:d:o:" opt; do
   case $opt in c) concurrency=$OPTARG ;; d) seconds=$OPTARG ;; o) raw=$OPTARG ;; *) exit 2 ;; esac
 done
 pyspy=$(command -v py-spy) || { echo "py-spy is not installed on this machine: pip install py-spy" >&2; exit 1; }
-pid=$(podman top "$host" pid args | awk '/bin\/litellm --config/ {print $1; exit}')
-[[ -n $pid ]] || { echo "no LiteLLM process in $host: deploy it with litellm_gateway_data_path: litellm" >&2; exit 1; }
+# LiteLLM's PID as the controller sees it (py-spy attaches from here)
 hostpid=$(podman top "$host" hpid args | awk '/bin\/litellm --config/ {print $1; exit}')
+[[ -n $hostpid ]] || { echo "no LiteLLM process in $host: deploy it with litellm_gateway_data_path: litellm" >&2; exit 1; }
 GPUSERVE_BENCH_HOST=$host "$here/stack_overhead.sh" -p "nginx+gateway" -c "$concurrency" &
 load=$!
 # vllm bench needs a while to start inside the host; sample while the load runs
